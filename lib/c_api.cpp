@@ -326,8 +326,7 @@ int kasync_synchronize_cookie_domain(cookie_t c, kasync_domain* d) {
 }
 int kasync_synchronize_cookie_domain_timeout(cookie_t c, kasync_domain* d,
                                              uint64_t timeout_ns) {
-    return c_wait(c, d, timeout_ns == kasync::detail::no_timeout
-                            ? timeout_ns - 1 : timeout_ns);
+    return c_wait(c, d, timeout_ns);
 }
 
 cookie_t kasync_lowest_in_progress(kasync_domain* d) {

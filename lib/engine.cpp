@@ -680,6 +680,11 @@ bool engine::in_any_call() const noexcept {
 
 // ---- waiting ----------------------------------------------------------------
 
+// Yields after spinning, before sleeping.
+constexpr unsigned yields = 16;
+// How long a sleeping worker waits before a spare thread takes its place.
+constexpr std::uint64_t compensation_grace_ns = 1'000'000;
+
 // A waiting worker runs queued members of s below target itself, lowest
 // first, so it never holds back a call it waits for.  Only lower cookies
 // are run, so nested helping cannot form a cycle.
@@ -718,13 +723,18 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
         counters_->add(c_deadlocks);
         return -EDEADLK;
     }
+    // Spin, then yield, then sleep.  Yielding matters on a busy machine:
+    // the call we wait for may be preempted on our own CPU.
     const bool worker = tls_state.worker_of == this;
-    for (unsigned i = 0; i < spin_; ++i) {
+    for (unsigned i = 0; i < spin_ + yields; ++i) {
         if (worker && (i & 63) == 0)
             help(s, target);
         if (reached(s, target))
             return 0;
-        cpu_relax();
+        if (i < spin_)
+            cpu_relax();
+        else
+            sched_yield();
     }
     if (timeout_ns == 0)
         return -ETIMEDOUT;
@@ -734,8 +744,9 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
 int engine::sleep_until_reached(pending_set& s, cookie_t target,
                                 std::uint64_t timeout_ns) {
     const std::uint64_t start = now_ns();
+    // A time-out too long to add is no time-out (centuries).
     const std::uint64_t deadline =
-        timeout_ns == no_timeout ? no_timeout : start + timeout_ns;
+        timeout_ns >= no_timeout - start ? no_timeout : start + timeout_ns;
     waiter w;
     w.target = target;
     {
@@ -758,22 +769,19 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
 
     counters_->add(c_waits_slept);
     tracer_->wait_begin();
-    blocking_begin();
+    // A worker that sleeps lends its place to a spare thread, but only after
+    // a grace period: most waits end sooner, and a spare that starts for
+    // nothing oversubscribes the CPUs the awaited calls need.
+    const bool worker = tls_state.worker_of == this;
+    bool lent = false;
     int result = 0;
-    for (;;) {
-        // acquire: pairs with the waker's release; the waker saw the calls
-        // done, so their effects are visible to us.
-        if (w.word.load(std::memory_order_acquire))
-            break;
-        std::uint64_t left = no_timeout;
-        if (deadline != no_timeout) {
-            std::uint64_t now = now_ns();
-            left = now >= deadline ? 0 : deadline - now;
-        }
-        if (left == 0 ||
-            futex_wait(w.word, 0, left) == wait_result::timed_out) {
+    // acquire: pairs with the waker's release; the waker saw the calls
+    // done, so their effects are visible to us.
+    while (!w.word.load(std::memory_order_acquire)) {
+        std::uint64_t now = now_ns();
+        if (now >= deadline) {
             std::lock_guard lock(s.wait_mu);
-            // acquire: as above, a wake may have raced the time-out.
+            // acquire: as above; a wake may have raced the time-out.
             if (w.word.load(std::memory_order_acquire))
                 break;
             unlink(s, w);
@@ -781,11 +789,20 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
             result = -ETIMEDOUT;
             break;
         }
-        // relaxed: statistics; the loop re-reads the word with acquire.
-        if (!w.word.load(std::memory_order_relaxed))
+        if (worker && !lent && now - start >= compensation_grace_ns) {
+            blocking_begin();
+            lent = true;
+        }
+        std::uint64_t nap = deadline == no_timeout ? no_timeout : deadline - now;
+        if (worker && !lent)
+            nap = std::min(nap, start + compensation_grace_ns - now);
+        // relaxed: statistics only; the loop condition re-reads with acquire.
+        if (futex_wait(w.word, 0, nap) == wait_result::woken &&
+            !w.word.load(std::memory_order_relaxed))
             counters_->add(c_futile);
     }
-    blocking_end();
+    if (lent)
+        blocking_end();
     if (result == 0) {
         // The waker may still be inside futex_wake on our word: it holds
         // wait_mu until it is done with `w`, which lives on our stack.
