@@ -97,26 +97,54 @@ public:
     pinner(tbb::task_arena& a, const cpu_set_t& cpus, bool pin)
         : tbb::task_scheduler_observer(a), cpus_(cpus),
           process_cpus_(allowed_cpus()), pin_(pin) {
+        // release: oneTBB hands the observer to its workers through its own
+        // (uninstrumented) lock; this flag makes the hand-off of the fields
+        // visible to ThreadSanitizer too.
+        ready_.store(true, std::memory_order_release);
         observe(true);
     }
-    ~pinner() override { observe(false); }
+    ~pinner() override {
+        observe(false);  // oneTBB waits for callbacks in progress...
+        // ...and so do we, visibly to ThreadSanitizer.  acquire: pairs with
+        // the release at the end of each callback.
+        while (busy_.load(std::memory_order_acquire))
+            std::this_thread::yield();
+    }
 
     void on_scheduler_entry(bool worker) override {
-        // A failure is harmless (placement is best effort): the CPU may
-        // have gone offline.
-        if (worker && pin_)
+        // A failure to pin is harmless (placement is best effort): a CPU
+        // may be offline.
+        bool pin = enter();
+        if (worker && pin)
             pthread_setaffinity_np(pthread_self(), sizeof cpus_, &cpus_);
+        leave();
     }
     void on_scheduler_exit(bool worker) override {
-        if (worker && pin_)
+        bool pin = enter();
+        if (worker && pin)
             pthread_setaffinity_np(pthread_self(), sizeof process_cpus_,
                                    &process_cpus_);
+        leave();
     }
 
 private:
+    bool enter() noexcept {
+        // acquire: pairs with the constructor's release of the fields.
+        bool ready = ready_.load(std::memory_order_acquire);
+        // relaxed: only counts; the destructor's acquire pairs with leave().
+        busy_.fetch_add(1, std::memory_order_relaxed);
+        return ready && pin_;
+    }
+    void leave() noexcept {
+        // release: our reads of the fields happen before the destructor.
+        busy_.fetch_sub(1, std::memory_order_release);
+    }
+
     const cpu_set_t cpus_;
     const cpu_set_t process_cpus_;
     const bool pin_;
+    std::atomic<bool> ready_{false};
+    std::atomic<int> busy_{0};
 };
 
 struct placement::arena {
