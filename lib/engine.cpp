@@ -723,12 +723,23 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
         counters_->add(c_deadlocks);
         return -EDEADLK;
     }
+    if (timeout_ns == 0) {
+        counters_->add(c_timeouts);
+        return -ETIMEDOUT;
+    }
     // Spin, then yield, then sleep.  Yielding matters on a busy machine:
     // the call we wait for may be preempted on our own CPU.
     const bool worker = tls_state.worker_of == this;
+    const std::uint64_t spin_start = timeout_ns == no_timeout ? 0 : now_ns();
     for (unsigned i = 0; i < spin_ + yields; ++i) {
-        if (worker && (i & 63) == 0)
-            help(s, target);
+        if ((i & 63) == 0) {
+            if (worker)
+                help(s, target);
+            if (spin_start && now_ns() - spin_start >= timeout_ns) {
+                counters_->add(c_timeouts);
+                return -ETIMEDOUT;
+            }
+        }
         if (reached(s, target))
             return 0;
         if (i < spin_)
@@ -736,8 +747,6 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
         else
             sched_yield();
     }
-    if (timeout_ns == 0)
-        return -ETIMEDOUT;
     return sleep_until_reached(s, target, timeout_ns);
 }
 
