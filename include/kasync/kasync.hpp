@@ -116,8 +116,10 @@ struct statistics {
     std::uint64_t pending = 0;          // now
     std::uint64_t peak_pending = 0;
     std::uint64_t exceptions = 0;
-    std::uint64_t waits = 0;            // synchronize calls
-    std::uint64_t waits_slept = 0;      // ... that went to sleep on a futex
+    std::uint64_t waits = 0;            // synchronize calls that had to wait
+                                        // (a wait already satisfied on entry
+                                        // is one load and is not counted)
+    std::uint64_t waits_slept = 0;      // ... of those, went to sleep
     std::uint64_t wait_ns = 0;          // time spent in waits that blocked
     std::uint64_t wakeups = 0;          // futex wakes sent to waiters
     std::uint64_t futile_wakeups = 0;   // woken with the condition false
