@@ -72,9 +72,9 @@ inline void raise_to(std::atomic<cookie_t>& a, cookie_t v) noexcept {
     cookie_t cur = a.load(std::memory_order_relaxed);
     // release: a reader that acquires the frontier sees the done tags (and
     // through them the calls' effects) that justified moving it.
-    while (cur < v &&
-           !a.compare_exchange_weak(cur, v, std::memory_order_release,
-                                    std::memory_order_relaxed)) {
+    // release on success (above); relaxed on failure: we only retry.
+    while (cur < v && !a.compare_exchange_weak(cur, v, std::memory_order_release,
+                                               std::memory_order_relaxed)) {  // retry
     }
 }
 
@@ -111,9 +111,9 @@ struct engine::counters {
     alignas(64) std::atomic<std::uint64_t> peak{0};
 
     void add(counter_id id, std::uint64_t n = 1) noexcept {
+        auto& cell = s[unsigned(current_tid()) % shards].v[id];
         // relaxed: statistics only, read without ordering by stats().
-        s[unsigned(current_tid()) % shards].v[id].fetch_add(
-            n, std::memory_order_relaxed);
+        cell.fetch_add(n, std::memory_order_relaxed);
     }
     std::uint64_t sum(counter_id id) const noexcept {
         std::uint64_t t = 0;
@@ -132,6 +132,7 @@ engine::engine(options opts)
       mask_((cookie_t{1} << ring_bits_) - 1),
       ring_(new slot[std::size_t{1} << ring_bits_]),
       opts_(std::move(opts)),
+      // relaxed: a distinct number per engine, nothing to order.
       serial_(engine_serials.fetch_add(1, std::memory_order_relaxed) & 0xfff),
       counters_(std::make_unique<counters>()) {
     // Slot i starts as "lap -1 done", so cookie i (lap 0) finds it free;
@@ -252,10 +253,11 @@ bool engine::create_domain(bool exclusive, std::uint32_t* id_out,
         // seq_cst load of next_: no cookie of this domain can be below it.
         s->frontier.store(next_.load(std::memory_order_seq_cst),
                           std::memory_order_relaxed);  // published by the CAS
-        if ((w & pending_set::count_mask) == 0 &&
-            // release: publishes the frontier with the revived word.
-            s->word.compare_exchange_strong(w, fresh, std::memory_order_release,
-                                            std::memory_order_acquire))
+        // release: publishes the frontier with the revived word; acquire on
+        // failure: we look at the new word.
+        bool idle = (w & pending_set::count_mask) == 0;
+        // (orders as said above)
+        if (idle && s->word.compare_exchange_strong(w, fresh, std::memory_order_release, std::memory_order_acquire))
             break;
         wait();
         w = s->word.load(std::memory_order_acquire);  // retry
@@ -416,9 +418,9 @@ bool engine::displace(slot& s, cookie_t old_cookie, std::uint64_t ours) noexcept
             continue;
         }
         if (st == st_queued) {
+            auto claimed = with_state(t, st_claimed);
             // acquire: we take over the record, as any claimer would.
-            if (!s.tag.compare_exchange_strong(t, with_state(t, st_claimed),
-                                               std::memory_order_acquire))
+            if (!s.tag.compare_exchange_strong(t, claimed, std::memory_order_acquire))
                 continue;
             s.ops->move_to(oc.storage, s.storage);
             s.ops->destroy(s.storage);
@@ -431,10 +433,9 @@ bool engine::displace(slot& s, cookie_t old_cookie, std::uint64_t ours) noexcept
         overflow_.emplace(old_cookie, oc);
         // relaxed: published by the release on the tag below.
         overflow_count_.fetch_add(1, std::memory_order_relaxed);
-        // release: a scanner that sees the new lap also sees the entry.
         std::uint64_t expect = requeue ? with_state(t, st_claimed) : t;
-        if (s.tag.compare_exchange_strong(expect, ours, std::memory_order_release,
-                                          std::memory_order_relaxed))
+        // release: a scanner that sees the new lap also sees the entry.
+        if (s.tag.compare_exchange_strong(expect, ours, std::memory_order_release, std::memory_order_relaxed))
             break;
         // A running call finished between our load and CAS: undo, retry.
         overflow_.erase(old_cookie);
@@ -487,10 +488,9 @@ void engine::run_overflow(cookie_t c) noexcept {
 // another thread claimed it first.
 bool engine::try_run(cookie_t c, std::uint64_t t) noexcept {
     slot& s = slot_of(c);
+    auto claimed = with_state(t, st_claimed);
     // acquire: tag publishes record; we read the record after this.
-    if (!s.tag.compare_exchange_strong(t, with_state(t, st_claimed),
-                                       std::memory_order_acquire,
-                                       std::memory_order_relaxed))
+    if (!s.tag.compare_exchange_strong(t, claimed, std::memory_order_acquire, std::memory_order_relaxed))
         return false;
     alignas(8) unsigned char buf[inline_capacity];
     const call_ops* ops = s.ops;
@@ -566,10 +566,9 @@ void engine::report_exception(cookie_t c, std::string_view name,
 void engine::complete(cookie_t c, std::uint64_t running) noexcept {
     slot& s = slot_of(c);
     std::uint64_t expect = running;
+    auto done = with_state(running, st_done);
     // release: done publishes effects.
-    if (!s.tag.compare_exchange_strong(expect, with_state(running, st_done),
-                                       std::memory_order_release,
-                                       std::memory_order_relaxed)) {
+    if (!s.tag.compare_exchange_strong(expect, done, std::memory_order_release, std::memory_order_relaxed)) {
         // Displaced while running: the record is in the overflow table.
         std::lock_guard lock(overflow_mu_);
         overflow_.erase(c);
@@ -596,6 +595,7 @@ void engine::complete(cookie_t c, std::uint64_t running) noexcept {
         wake_reached(*dom);
     if (tag_reg(running) && registered_.sleepers.load(std::memory_order_relaxed))
         wake_reached(registered_);
+    // relaxed: as above.
     if (all_.sleepers.load(std::memory_order_relaxed))
         wake_reached(all_);
 }
@@ -689,8 +689,9 @@ constexpr std::uint64_t compensation_grace_ns = 1'000'000;
 // first, so it never holds back a call it waits for.  Only lower cookies
 // are run, so nested helping cannot form a cycle.
 bool engine::help(pending_set& s, cookie_t target) {
-    // acquire: a start point; every slot is re-read below.
+    // acquire (both): start and end points; every slot is re-read below.
     cookie_t c = s.frontier.load(std::memory_order_acquire);
+    // acquire: as above.
     cookie_t end = std::min(target, next_.load(std::memory_order_acquire));
     bool ran = false;
     for (; c < end; ++c) {
@@ -702,6 +703,7 @@ bool engine::help(pending_set& s, cookie_t target) {
                 counters_->add(c_helped);
                 ran = true;
             }
+        // acquire: pairs with displace()'s release of the new lap.
         } else if (d > 0 && overflow_count_.load(std::memory_order_acquire)) {
             std::uint64_t ot;
             if (overflow_state(c, &ot) && tag_state(ot) == st_queued &&
@@ -767,6 +769,8 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
         // relaxed: ordered by the fence below (Dekker pair, see complete()).
         s.sleepers.fetch_add(1, std::memory_order_relaxed);
     }
+    // The waiter's half of the Dekker pair with complete(): registered, fence,
+    // re-check.
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (reached(s, target)) {
         std::lock_guard lock(s.wait_mu);
@@ -805,9 +809,9 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
         std::uint64_t nap = deadline == no_timeout ? no_timeout : deadline - now;
         if (worker && !lent)
             nap = std::min(nap, start + compensation_grace_ns - now);
+        bool woken = futex_wait(w.word, 0, nap) == wait_result::woken;
         // relaxed: statistics only; the loop condition re-reads with acquire.
-        if (futex_wait(w.word, 0, nap) == wait_result::woken &&
-            !w.word.load(std::memory_order_relaxed))
+        if (woken && !w.word.load(std::memory_order_relaxed))
             counters_->add(c_futile);
     }
     if (lent)
@@ -879,8 +883,9 @@ void engine::poke_spares() {
         std::lock_guard lock(spares_mu_);
         int have = static_cast<int>(spares_.size());
         // acquire: read the current number of blocked workers.
-        if (!spares_stop_.load(std::memory_order_acquire) &&
-            have < blocked_.load(std::memory_order_acquire) && have < 1024) {
+        bool stopping = spares_stop_.load(std::memory_order_acquire);
+        // acquire: as above.
+        if (!stopping && have < blocked_.load(std::memory_order_acquire) && have < 1024) {
             try {
                 spares_.emplace_back([this] { spare_main(); });
             } catch (...) {
@@ -900,13 +905,13 @@ void engine::spare_main() {
         // acquire: read before the checks, so a poke after them wakes us.
         std::uint32_t seq = spare_seq_.load(std::memory_order_acquire);
         for (;;) {
+            // acquire: a current count of spares at work.
             int active = active_spares_.load(std::memory_order_acquire);
             // Run calls only while a worker owes its place.
             if (active >= blocked_.load(std::memory_order_acquire))
                 break;
             // acq_rel: the token that lets this spare run a call.
-            if (!active_spares_.compare_exchange_weak(active, active + 1,
-                                                      std::memory_order_acq_rel))
+            if (!active_spares_.compare_exchange_weak(active, active + 1, std::memory_order_acq_rel))
                 continue;
             bool ran = run_one_queued();
             active_spares_.fetch_sub(1, std::memory_order_acq_rel);  // token back
@@ -926,10 +931,10 @@ void engine::spare_main() {
 // Find the lowest queued call and run it.  The cursor skips, for good,
 // slots that are claimed, running or done.
 bool engine::run_one_queued() {
-    // acquire: start points; every slot is re-read.
-    cookie_t c = std::max(spare_cursor_.load(std::memory_order_acquire),
-                          all_.frontier.load(std::memory_order_acquire));
-    cookie_t n = next_.load(std::memory_order_acquire);
+    // acquire (all three): start and end points; every slot is re-read.
+    cookie_t cursor = spare_cursor_.load(std::memory_order_acquire);
+    cookie_t c = std::max(cursor, all_.frontier.load(std::memory_order_acquire));
+    cookie_t n = next_.load(std::memory_order_acquire);  // acquire: as above
     bool contiguous = true;
     for (; c < n; ++c) {
         // acquire: tag publishes record.
@@ -938,6 +943,7 @@ bool engine::run_one_queued() {
         if (d == 0 && tag_state(t) == st_queued) {
             if (try_run(c, t))
                 return true;
+        // acquire: pairs with displace()'s release of the new lap.
         } else if (d > 0 && overflow_count_.load(std::memory_order_acquire)) {
             std::uint64_t ot;
             if (overflow_state(c, &ot) && tag_state(ot) == st_queued) {
@@ -989,7 +995,9 @@ statistics engine::stats() const {
     st.completed = counters_->sum(c_completed);
     st.ran_in_caller = counters_->sum(c_ran_in_caller);
     st.refused = counters_->sum(c_refused);
-    st.pending = all_.word.load(std::memory_order_relaxed) & pending_set::count_mask;
+    st.pending = all_.word.load(std::memory_order_relaxed) &  // relaxed: snapshot
+                 pending_set::count_mask;
+    // relaxed: snapshot.
     st.peak_pending = counters_->peak.load(std::memory_order_relaxed);
     st.exceptions = counters_->sum(c_exceptions);
     st.waits = counters_->sum(c_waits);
