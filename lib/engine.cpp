@@ -933,7 +933,7 @@ void engine::spare_main() {
 bool engine::run_one_queued() {
     // acquire (all three): start and end points; every slot is re-read.
     cookie_t cursor = spare_cursor_.load(std::memory_order_acquire);
-    cookie_t c = std::max(cursor, all_.frontier.load(std::memory_order_acquire));
+    cookie_t c = std::max(cursor, all_.frontier.load(std::memory_order_acquire));  // acquire: as above
     cookie_t n = next_.load(std::memory_order_acquire);  // acquire: as above
     bool contiguous = true;
     for (; c < n; ++c) {
