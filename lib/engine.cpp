@@ -602,7 +602,13 @@ void engine::complete(cookie_t c, std::uint64_t running) noexcept {
 
 // ---- lowest in progress ----------------------------------------------------
 
-cookie_t engine::lowest(pending_set& s) {
+// How long a scanner waits for a taken cookie to be published before it
+// reports that cookie as "pending, set unknown": about 64 pauses and 16
+// yields.  A publisher only stalls there if it is preempted, or if a
+// callable's move constructor blocks; lowest() stays lock-free either way.
+constexpr unsigned publish_patience = 80;
+
+cookie_t engine::lowest(pending_set& s, bool* unpublished) {
     // seq_cst next_ then seq_cst count: "count before cookie".
     cookie_t n = next_.load(std::memory_order_seq_cst);
     if (s.pending() == 0) {
@@ -637,18 +643,22 @@ cookie_t engine::lowest(pending_set& s) {
                 overflow_state(f, &ot) && s.member(ot))
                 break;
             ++f;
-        } else {
+        } else if (wait.n < publish_patience) {
             wait();  // cookie f is taken but not yet published: it is pending
+        } else {
+            if (unpublished)
+                *unpublished = true;
+            break;   // report it: it may be a member, we cannot tell yet
         }
     }
     raise_to(s.frontier, f);
     return f;
 }
 
-bool engine::reached(pending_set& s, cookie_t target) {
+bool engine::reached(pending_set& s, cookie_t target, bool* unpublished) {
     // acquire: the frontier carries the effects of every call below it.
     return s.frontier.load(std::memory_order_acquire) >= target ||
-           lowest(s) >= target;
+           lowest(s, unpublished) >= target;
 }
 
 bool engine::in_call_of(const pending_set* s, cookie_t target) const {
@@ -683,7 +693,7 @@ bool engine::in_any_call() const noexcept {
 // Yields after spinning, before sleeping.
 constexpr unsigned yields = 16;
 // How long a sleeping worker waits before a spare thread takes its place.
-constexpr std::uint64_t compensation_grace_ns = 1'000'000;
+constexpr std::uint64_t compensation_grace_ns = 0;
 
 // A waiting worker runs queued members of s below target itself, lowest
 // first, so it never holds back a call it waits for.  Only lower cookies
@@ -716,6 +726,24 @@ bool engine::help(pending_set& s, cookie_t target) {
     return ran;
 }
 
+// True when at most one member of s below target is pending, so that the
+// next completion may reach target.  Looks at 64 slots at most.
+bool engine::next_in_line(pending_set& s, cookie_t target) {
+    cookie_t low = lowest(s);
+    if (low >= target)
+        return true;
+    if (target - low > 64)
+        return false;
+    for (cookie_t c = low + 1; c < target; ++c) {
+        // acquire: done publishes effects (we only classify here).
+        std::uint64_t t = slot_of(c).tag.load(std::memory_order_acquire);
+        std::int64_t d = lap_diff(tag_lap(t), lap_of(c));
+        if (d < 0 || (d == 0 && tag_state(t) != st_done && s.member(t)))
+            return false;  // pending, or not yet published
+    }
+    return true;
+}
+
 int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
     pending_set& s = sp ? *sp : registered_;
     if (reached(s, target))
@@ -729,11 +757,17 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
         counters_->add(c_timeouts);
         return -ETIMEDOUT;
     }
-    // Spin, then yield, then sleep.  Yielding matters on a busy machine:
-    // the call we wait for may be preempted on our own CPU.
+    // A worker first runs what it waits for, if that is still queued.
     const bool worker = tls_state.worker_of == this;
+    if (worker && help(s, target) && reached(s, target))
+        return 0;
+    // Spin, then yield, then sleep; but only the waiter next in line spins:
+    // the others cannot go on before several completions, and their spinning
+    // would take the CPUs those completions need.  Yielding matters on a
+    // busy machine: the call we wait for may be preempted on our own CPU.
+    const unsigned rounds = next_in_line(s, target) ? spin_ + yields : 0;
     const std::uint64_t spin_start = timeout_ns == no_timeout ? 0 : now_ns();
-    for (unsigned i = 0; i < spin_ + yields; ++i) {
+    for (unsigned i = 0; i < rounds; ++i) {
         if ((i & 63) == 0) {
             if (worker)
                 help(s, target);
@@ -742,8 +776,11 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
                 return -ETIMEDOUT;
             }
         }
-        if (reached(s, target))
+        bool stalled = false;
+        if (reached(s, target, &stalled))
             return 0;
+        if (stalled)
+            break;  // a publisher is stalled: spinning will not help
         if (i < spin_)
             cpu_relax();
         else
@@ -772,7 +809,10 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
     // The waiter's half of the Dekker pair with complete(): registered, fence,
     // re-check.
     std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (reached(s, target)) {
+    // A publisher stalled inside schedule() wakes nobody when it finally
+    // publishes; a waiter held up by it re-checks on a doubling timer.
+    bool stalled = false;
+    if (reached(s, target, &stalled)) {
         std::lock_guard lock(s.wait_mu);
         // relaxed: under wait_mu, which the waker also holds.
         if (!w.word.load(std::memory_order_relaxed))
@@ -788,6 +828,7 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
     const bool worker = tls_state.worker_of == this;
     bool lent = false;
     int result = 0;
+    std::uint64_t poll_ns = 50'000;
     // acquire: pairs with the waker's release; the waker saw the calls
     // done, so their effects are visible to us.
     while (!w.word.load(std::memory_order_acquire)) {
@@ -809,10 +850,24 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
         std::uint64_t nap = deadline == no_timeout ? no_timeout : deadline - now;
         if (worker && !lent)
             nap = std::min(nap, start + compensation_grace_ns - now);
+        if (stalled) {
+            nap = std::min(nap, poll_ns);
+            poll_ns = std::min<std::uint64_t>(poll_ns * 2, 10'000'000);
+        }
         bool woken = futex_wait(w.word, 0, nap) == wait_result::woken;
         // relaxed: statistics only; the loop condition re-reads with acquire.
         if (woken && !w.word.load(std::memory_order_relaxed))
             counters_->add(c_futile);
+        if (stalled) {
+            stalled = false;
+            if (reached(s, target, &stalled)) {
+                std::lock_guard lock(s.wait_mu);
+                // relaxed: under wait_mu, which the waker also holds.
+                if (!w.word.load(std::memory_order_relaxed))
+                    unlink(s, w);
+                break;
+            }
+        }
     }
     if (lent)
         blocking_end();

@@ -201,7 +201,10 @@ public:
 
     // Waits: set nullptr means all registered domains.
     int wait(pending_set* s, cookie_t target, std::uint64_t timeout_ns);
-    cookie_t lowest(pending_set& s);
+    // The lowest pending member of s, or cookie_max.  Lock-free: a cookie
+    // whose publication takes too long is reported as it is (a lower bound)
+    // and *unpublished is set.
+    cookie_t lowest(pending_set& s, bool* unpublished = nullptr);
 
     // Domains.  Handles are (generation, id); see c_api.cpp for the encoding.
     bool create_domain(bool exclusive, std::uint32_t* id, std::uint64_t* gen);
@@ -247,7 +250,8 @@ private:
     bool try_run(cookie_t c, std::uint64_t queued_tag) noexcept;
     void report_exception(cookie_t c, std::string_view name,
                           std::exception_ptr e) noexcept;
-    bool reached(pending_set& s, cookie_t target);
+    bool reached(pending_set& s, cookie_t target, bool* unpublished = nullptr);
+    bool next_in_line(pending_set& s, cookie_t target);
     int sleep_until_reached(pending_set& s, cookie_t target,
                             std::uint64_t timeout_ns);
     void unlink(pending_set& s, waiter& w) noexcept;
