@@ -761,11 +761,11 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
     const bool worker = tls_state.worker_of == this;
     if (worker && help(s, target) && reached(s, target))
         return 0;
-    // Spin, then yield, then sleep; but only the waiter next in line spins:
-    // the others cannot go on before several completions, and their spinning
-    // would take the CPUs those completions need.  Yielding matters on a
+    // Spin, then yield, then sleep; but only the waiter next in line spins
+    // long: the others cannot go on before several completions, and their
+    // spinning would take the CPUs those completions need.  Yielding matters on a
     // busy machine: the call we wait for may be preempted on our own CPU.
-    const unsigned rounds = next_in_line(s, target) ? spin_ + yields : 0;
+    const unsigned rounds = next_in_line(s, target) ? spin_ + yields : spin_ / 16;
     const std::uint64_t spin_start = timeout_ns == no_timeout ? 0 : now_ns();
     for (unsigned i = 0; i < rounds; ++i) {
         if ((i & 63) == 0) {
