@@ -198,6 +198,8 @@ placement::~placement() {
 }
 
 placement::arena& placement::arena_for(int node) noexcept {
+    if (arenas_.size() == 1)
+        return *arenas_[0];  // no choice to make: skip sched_getcpu()
     if (node >= 0 && std::size_t(node) < node_to_arena_.size() &&
         node_to_arena_[node] >= 0)
         return *arenas_[node_to_arena_[node]];
