@@ -127,7 +127,7 @@ struct engine::counters {
 // ---- construction ---------------------------------------------------------
 
 engine::engine(options opts)
-    : ring_bits_(std::clamp(ceil_log2(std::max<std::size_t>(opts.max_pending + 1, 1)),
+    : ring_bits_(std::clamp(ceil_log2(std::max<std::size_t>(opts.max_pending, 1)),
                             4u, 24u)),
       mask_((cookie_t{1} << ring_bits_) - 1),
       ring_(new slot[std::size_t{1} << ring_bits_]),
