@@ -80,7 +80,8 @@ int scheduler::wait_for_ns(cookie_t c, const domain* d, std::uint64_t timeout_ns
 }
 
 int scheduler::synchronize_cookie(cookie_t c) {
-    return wait_for_ns(c, default_domain_.get(), detail::no_timeout);
+    // The default domain lives as long as the engine: no handle to check.
+    return engine_->wait(&engine_->default_set(), c, detail::no_timeout);
 }
 int scheduler::synchronize_cookie(cookie_t c, const domain& d) {
     return wait_for_ns(c, &d, detail::no_timeout);
@@ -319,7 +320,8 @@ int kasync_synchronize_full_domain(kasync_domain* d) {
     return c_wait(KASYNC_COOKIE_MAX, d, kasync::detail::no_timeout);
 }
 int kasync_synchronize_cookie(cookie_t c) {
-    return c_wait(c, kasync_default_domain(), kasync::detail::no_timeout);
+    kasync::detail::engine& e = eng();
+    return e.wait(&e.default_set(), c, kasync::detail::no_timeout);
 }
 int kasync_synchronize_cookie_domain(cookie_t c, kasync_domain* d) {
     return c_wait(c, d, kasync::detail::no_timeout);

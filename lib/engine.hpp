@@ -214,6 +214,7 @@ public:
     bool domain_registered(std::uint32_t id, std::uint64_t gen) const;
 
     pending_set& registered_set() noexcept { return registered_; }
+    pending_set& default_set() noexcept { return *default_set_; }
     pending_set& all_set() noexcept { return all_; }
 
     int shutdown();
@@ -271,6 +272,7 @@ private:
     unsigned threads_ = 1;
     std::uint32_t serial_;
     std::uint64_t default_gen_ = 0;
+    pending_set* default_set_ = nullptr;  // immutable after construction
     unsigned spin_;
 
     pending_set all_;         // every call; its count enforces the limit
