@@ -57,7 +57,9 @@ struct KASYNC_API topology {
 
     /// Parses KASYNC_TOPOLOGY's form "0:0-3;1:4-7" (node:cpu list, cpus as
     /// numbers or ranges separated by ','); nodes must be 0..n-1, each with
-    /// at least one CPU.  On error: nullopt, and *error says why.
+    /// at least one CPU and no CPU in two nodes.  Blanks around items and
+    /// empty items (";;", a trailing ';') are ignored.  On error: nullopt,
+    /// and *error says why.
     static std::optional<topology> parse(std::string_view spec,
                                          std::string* error = nullptr);
 
@@ -102,7 +104,8 @@ struct KASYNC_API options {
 
     /// The defaults overridden by KASYNC_THREADS, KASYNC_MAX_PENDING,
     /// KASYNC_TOPOLOGY, KASYNC_DEBUG and KASYNC_TRACE.  A bad value prints
-    /// one line naming the variable on stderr and keeps the default.
+    /// one line naming the variable on stderr (on every call) and keeps the
+    /// default.
     static options from_environment();
 };
 
@@ -132,7 +135,7 @@ struct statistics {
 
 /// Where and how to run one call.
 struct call_options {
-    domain* in = nullptr;              // nullptr: the default domain
+    const domain* in = nullptr;        // nullptr: the default domain
     int node = any_node;
     const char* name = nullptr;        // must outlive the call (a literal)
 };
@@ -243,6 +246,10 @@ public:
     int synchronize_full(const domain& d,
                          std::chrono::duration<Rep, Period> timeout) {
         return wait_for_ns(cookie_max, &d, to_ns(timeout));
+    }
+    template <class Rep, class Period>
+    int synchronize_full(std::chrono::duration<Rep, Period> timeout) {
+        return wait_for_ns(cookie_max, nullptr, to_ns(timeout));
     }
 
     cookie_t lowest_in_progress() const;                      // all registered
