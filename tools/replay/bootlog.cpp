@@ -379,12 +379,15 @@ void classify_message(line_info& li) {
 
 }  // namespace
 
-line_info parse_line(std::string_view line);
-
 namespace {
+
+line_info parse_prefixed(sv line);
 
 // A console capture can glue a record to the end of other output ("arm
 // login: [   47.92] calling  ..."): look for a timestamped record inside.
+// Each candidate is parsed without salvaging again, so a line full of
+// timestamps costs one pass per '[' (a recursive salvage was exponential:
+// found by fuzz_replay_parser, corpus file timeout-salvage-recursion).
 void salvage(sv line, line_info& li) {
     if (line.find("calling") == sv::npos && line.find("initcall") == sv::npos &&
         line.find("probe of") == sv::npos)
@@ -393,7 +396,7 @@ void salvage(sv line, line_info& li) {
         sv t = line.substr(at);
         usec_t ts;
         if (!eat_timestamp(t, ts)) continue;
-        line_info inner = parse_line(line.substr(at));
+        line_info inner = parse_prefixed(line.substr(at));
         if (inner.k == kind::other || inner.k == kind::bad) continue;
         inner.salvaged = true;
         li = inner;
@@ -416,7 +419,10 @@ const char* to_string(kind k) noexcept {
     return "?";
 }
 
-line_info parse_line(std::string_view line) {
+namespace {
+
+// One record with its prefixes, as the line starts; no salvage.
+line_info parse_prefixed(sv line) {
     line_info li;
     sv s = trim_right(line);
     // Prefixes come in several orders ("<7>[ts]", "date host kernel: [ts]",
@@ -451,6 +457,13 @@ line_info parse_line(std::string_view line) {
     }
     li.message = trim_left(s);
     classify_message(li);
+    return li;
+}
+
+}  // namespace
+
+line_info parse_line(std::string_view line) {
+    line_info li = parse_prefixed(line);
     if (li.k == kind::other || li.k == kind::bad) salvage(line, li);
     return li;
 }

