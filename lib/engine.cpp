@@ -621,7 +621,7 @@ void engine::complete(cookie_t c, std::uint64_t running) noexcept {
 // callable's move constructor blocks; lowest() stays lock-free either way.
 constexpr unsigned publish_patience = 80;
 
-cookie_t engine::lowest(pending_set& s, bool* unpublished) {
+cookie_t engine::lowest(pending_set& s, bool* unpublished, bool patient) {
     // seq_cst next_ then seq_cst count: "count before cookie".
     cookie_t n = next_.load(std::memory_order_seq_cst);
     if (s.pending() == 0) {
@@ -656,7 +656,7 @@ cookie_t engine::lowest(pending_set& s, bool* unpublished) {
                 overflow_state(f, &ot) && s.member(ot))
                 break;
             ++f;
-        } else if (wait.n < publish_patience) {
+        } else if (patient || wait.n < publish_patience) {
             wait();  // cookie f is taken but not yet published: it is pending
         } else {
             if (unpublished)
@@ -912,7 +912,12 @@ void engine::wake_reached(pending_set& s) {
     std::lock_guard lock(s.wait_mu);
     if (!s.waiters)
         return;
-    cookie_t low = lowest(s);
+    // Patient: a waiter asleep behind a cookie that is still being published
+    // would never be woken if we stopped there (the cookie may belong to
+    // another set, whose completion wakes only its own waiters).  Found by
+    // the stress test under ThreadSanitizer, where publishers are preempted
+    // for long.
+    cookie_t low = lowest(s, nullptr, true);
     for (waiter* w = s.waiters; w;) {
         waiter* next = w->next;
         if (w->target <= low) {

@@ -203,8 +203,9 @@ public:
     int wait(pending_set* s, cookie_t target, std::uint64_t timeout_ns);
     // The lowest pending member of s, or cookie_max.  Lock-free: a cookie
     // whose publication takes too long is reported as it is (a lower bound)
-    // and *unpublished is set.
-    cookie_t lowest(pending_set& s, bool* unpublished = nullptr);
+    // and *unpublished is set; unless patient, when it waits for it.
+    cookie_t lowest(pending_set& s, bool* unpublished = nullptr,
+                    bool patient = false);
 
     // Domains.  Handles are (generation, id); see c_api.cpp for the encoding.
     bool create_domain(bool exclusive, std::uint32_t* id, std::uint64_t* gen);
