@@ -1,5 +1,5 @@
 // kasync-replay: replays a Linux boot log recorded with initcall_debug
-// through kasync.  See README-replay.md.
+// through kasync.  See the README, section "kasync-replay".
 //
 // Exit status: 0 the order held, 1 it did not, 2 bad input (or arguments,
 // or an output file that cannot be written).

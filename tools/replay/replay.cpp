@@ -1,4 +1,4 @@
-// kasync-replay: the replay model and its runner.  See README-replay.md.
+// kasync-replay: the replay model and its runner.  See the README, section "kasync-replay".
 //
 // SPDX-License-Identifier: MIT
 #include "replay.hpp"

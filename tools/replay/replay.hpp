@@ -17,7 +17,7 @@ enum class mode { async, as_logged };
 enum class work { sleep, cpu };
 
 /// Share of each call that is its in-order step (registration) by default:
-/// see README-replay.md for why 5 %.
+/// see the README, "Model", for why 5 %.
 inline constexpr double default_ordered_fraction = 0.05;
 
 struct config {

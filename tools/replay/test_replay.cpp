@@ -165,7 +165,7 @@ TEST_CASE("as-logged plan: logged starts, each pid one call after another") {
 // --speed 10) is checked in the next test case, which may fail: with the
 // library as it is, the pool starts calls queued behind blocked ones about
 // 50-180 us apart on this 2-core machine, and calls late in a log start
-// late (see README-replay.md, "Efficiency").  Its figures are printed.
+// late (see the README, "Efficiency").  Its figures are printed.
 std::vector<double> measured_efficiency;
 
 TEST_CASE("every bundled log replays in log order (async, --speed 10)") {
