@@ -157,7 +157,7 @@ engine::engine(options opts)
     spin_ = opts_.spin ? opts_.spin : 2000;
     tracer_ = std::make_unique<tracer>(opts_.debug, opts_.trace_path,
                                        opts_.on_call);
-    placement_ = std::make_unique<placement>(*this, topo, threads_, opts_.pin);
+    placement_ = std::make_unique<placement>(*this, topo, threads_, opts_.pin, ring_bits_);
 
     std::uint32_t id;
     create_domain(false, &id, &default_gen_);  // the default domain: id 1
@@ -1083,6 +1083,8 @@ statistics engine::stats() const {
     st.helped = counters_->sum(c_helped);
     st.spare_runs = counters_->sum(c_spare_runs);
     st.displaced = counters_->sum(c_displaced);
+    st.drain_tasks = placement_->drain_tasks();
+    st.queue_full = placement_->queue_full();
     return st;
 }
 

@@ -3,6 +3,7 @@
 // SPDX-License-Identifier: MIT
 #include "placement.hpp"
 
+#include "cookie_queue.hpp"
 #include "engine.hpp"
 
 #include <oneapi/tbb/global_control.h>
@@ -150,12 +151,23 @@ private:
 struct placement::arena {
     tbb::task_arena tbb_arena;
     pinner pins;  // after tbb_arena: it observes it
+    cookie_queue queue;
+    const int max_drainers;               // the arena's threads
+    alignas(64) std::atomic<int> drainers{0};  // drain tasks queued or running
+    std::atomic<bool> ready{false};            // constructed (see drain())
 
-    arena(unsigned threads, const cpu_set_t& cpus, bool pin)
-        : tbb_arena(int(threads), 0), pins((tbb_arena.initialize(), tbb_arena), cpus, pin) {}
+    arena(unsigned threads, const cpu_set_t& cpus, bool pin, unsigned queue_bits)
+        : tbb_arena(int(threads), 0), pins((tbb_arena.initialize(), tbb_arena), cpus, pin),
+          queue(queue_bits), max_drainers(int(threads)) {
+        // release: oneTBB hands a drain task to its worker through its own
+        // uninstrumented code; drain()'s acquire of this flag makes the
+        // queue's construction visibly ordered for ThreadSanitizer too.
+        ready.store(true, std::memory_order_release);
+    }
 };
 
-placement::placement(engine& e, const topology& topo, unsigned threads, bool pin)
+placement::placement(engine& e, const topology& topo, unsigned threads, bool pin,
+                     unsigned queue_bits)
     : engine_(e), threads_(threads) {
     cpu_set_t allowed = allowed_cpus();
     std::vector<cpu_set_t> sets;
@@ -187,7 +199,7 @@ placement::placement(engine& e, const topology& topo, unsigned threads, bool pin
         for (int cpu = 0; cpu < CPU_SETSIZE; ++cpu)
             if (CPU_ISSET(cpu, &sets[n]) && cpu_to_arena_[cpu] < 0)
                 cpu_to_arena_[cpu] = int(arenas_.size());
-        arenas_.push_back(std::make_unique<arena>(per_node[n], sets[n], pin));
+        arenas_.push_back(std::make_unique<arena>(per_node[n], sets[n], pin, queue_bits));
     }
 }
 
@@ -209,9 +221,96 @@ placement::arena& placement::arena_for(int node) noexcept {
     return *arenas_[0];
 }
 
+// The drain hand-off, a Dekker pair between a producer and a drainer that
+// is leaving:
+//
+//   producer                          drainer
+//   push: seq_cst CAS on the tail     drainers.fetch_sub (seq_cst)
+//   drainers.load (seq_cst)           queue.busy(): seq_cst loads of tail
+//   < max: start a drainer            busy: stay (take the count back)
+//
+// In the single total order of seq_cst operations one of the two comes
+// first: either the producer sees the drainer gone and starts one, or the
+// drainer sees the push (written or still being written) and stays.  So a
+// queued cookie always has a drainer coming for it.
 void placement::enqueue(int node, cookie_t c) {
     arena& a = arena_for(node);
+    if (!a.queue.push(c)) {
+        enqueue_task(a, c);  // full: one task for this call
+        return;
+    }
+    // seq_cst: the producer's half of the hand-off above.
+    int d = a.drainers.load(std::memory_order_seq_cst);
+    while (d < a.max_drainers) {
+        // seq_cst: as above; relaxed on failure: we only look again.
+        if (a.drainers.compare_exchange_weak(d, d + 1, std::memory_order_seq_cst,
+                                             std::memory_order_relaxed)) {
+            spawn_drainer(a);
+            return;
+        }
+    }
+}
+
+// Start a drain task for `a`, whose drainer count the caller has raised.
+void placement::spawn_drainer(arena& a) noexcept {
+    // relaxed: statistics only.
+    drain_tasks_.fetch_add(1, std::memory_order_relaxed);
     // relaxed: stop() waits for zero with acquire; only the count matters.
+    in_flight_.fetch_add(1, std::memory_order_relaxed);
+    try {
+        a.tbb_arena.enqueue([this, &a] {
+            drain(a);
+            // release: stop() acquires it before the engine is torn down.
+            in_flight_.fetch_sub(1, std::memory_order_release);
+        });
+    } catch (...) {
+        // No memory for a task: this thread drains instead (the calls run
+        // in the caller, as SPEC's fallback says they may).
+        in_flight_.fetch_sub(1, std::memory_order_relaxed);  // never queued
+        drain(a);
+    }
+}
+
+// Run queued cookies until the queue is empty and leave, unless a push
+// raced the leaving (the hand-off above).  A cookie that a waiting worker
+// or a spare already ran is skipped by run_cookie().
+void placement::drain(arena& a) noexcept {
+    // acquire: pairs with the arena constructor's release (see there).
+    if (!a.ready.load(std::memory_order_acquire))
+        return;  // unreachable: tasks are only queued on built arenas
+    for (unsigned idle = 0;;) {
+        cookie_t c;
+        bool ran = false;
+        while (a.queue.pop(&c)) {
+            engine_.run_cookie(c);
+            ran = true;
+        }
+        idle = ran ? 0 : idle + 1;
+        // seq_cst: the drainer's half of the hand-off above.
+        a.drainers.fetch_sub(1, std::memory_order_seq_cst);
+        if (!a.queue.busy())
+            return;
+        // A push came (or is still writing its cell): stay, unless enough
+        // drainers are there, every one of which will look again.
+        // relaxed: a guess; the CAS below decides.
+        int d = a.drainers.load(std::memory_order_relaxed);
+        do {
+            if (d >= a.max_drainers)
+                return;
+            // relaxed (both): the count alone is the token; the pops that
+            // follow are ordered by the queue's own acquire loads.
+        } while (!a.drainers.compare_exchange_weak(d, d + 1, std::memory_order_relaxed,
+                                                   std::memory_order_relaxed));
+        if (idle > 1)  // a pusher is between claiming and writing its cell
+            std::this_thread::yield();
+    }
+}
+
+// One oneTBB task for one cookie: used only when the arena's queue is full.
+void placement::enqueue_task(arena& a, cookie_t c) {
+    // relaxed: statistics only.
+    queue_full_.fetch_add(1, std::memory_order_relaxed);
+    // relaxed: as in spawn_drainer().
     in_flight_.fetch_add(1, std::memory_order_relaxed);
     try {
         a.tbb_arena.enqueue([this, c] {
@@ -225,12 +324,22 @@ void placement::enqueue(int node, cookie_t c) {
     }
 }
 
+std::uint64_t placement::drain_tasks() const noexcept {
+    // relaxed: a statistics snapshot.
+    return drain_tasks_.load(std::memory_order_relaxed);
+}
+
+std::uint64_t placement::queue_full() const noexcept {
+    // relaxed: a statistics snapshot.
+    return queue_full_.load(std::memory_order_relaxed);
+}
+
 void placement::stop() {
     if (stopped_)
         return;
     stopped_ = true;
-    // Every call has run; the tasks left are tokens for calls that waiting
-    // workers or spares ran themselves.  Let them drain.
+    // Every call has run; the drainers and tasks left only skip cookies
+    // that waiting workers or spares ran themselves.  Let them finish.
     for (unsigned n = 0; in_flight_.load(std::memory_order_acquire) > 0; ++n)
         n < 64 ? std::this_thread::yield()
                : std::this_thread::sleep_for(std::chrono::microseconds(100));

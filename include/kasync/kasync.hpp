@@ -131,6 +131,10 @@ struct statistics {
     std::uint64_t helped = 0;           // calls a waiting worker ran itself
     std::uint64_t spare_runs = 0;       // calls run by compensating threads
     std::uint64_t displaced = 0;        // calls moved to the overflow table
+    std::uint64_t drain_tasks = 0;      // oneTBB tasks started to run queued
+                                        // calls (a stream needs few)
+    std::uint64_t queue_full = 0;       // calls dispatched as a task of their
+                                        // own: their arena's queue was full
 };
 
 /// Where and how to run one call.
