@@ -47,6 +47,11 @@
 // completer's "publish done, fence, look for sleepers" are a Dekker pair:
 // one of the two always sees the other (no lost wake-up, SCENARIOS 22).
 //
+// Dispatch.  submit() hands the cookie to placement (placement.hpp): a
+// per-arena queue of cookies and a few drain tasks, not a task per call.
+// The call itself stays in its slot; whoever claims the slot first (a
+// drainer, a waiting worker, a spare) runs it, and the others skip it.
+//
 // Forward progress.  A waiting worker first runs, itself, every queued
 // member below its target (claiming a call is one CAS on its tag, so every
 // call still runs exactly once).  Helping only ever runs lower cookies, so
