@@ -705,8 +705,6 @@ bool engine::in_any_call() const noexcept {
 
 // Yields after spinning, before sleeping.
 constexpr unsigned yields = 16;
-// How long a sleeping worker waits before a spare thread takes its place.
-constexpr std::uint64_t compensation_grace_ns = 0;
 
 // A waiting worker runs queued members of s below target itself, lowest
 // first, so it never holds back a call it waits for.  Only lower cookies
@@ -835,11 +833,13 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
 
     counters_->add(c_waits_slept);
     tracer_->wait_begin();
-    // A worker that sleeps lends its place to a spare thread, but only after
-    // a grace period: most waits end sooner, and a spare that starts for
-    // nothing oversubscribes the CPUs the awaited calls need.
+    // A worker that sleeps lends its place to a spare thread at once.  A
+    // grace period (1 ms was tried) left the pool a thread short for that
+    // long on every sleep, which an in-order chain of sleeping waiters pays
+    // again at every link (kasync-replay).
     const bool worker = tls_state.worker_of == this;
-    bool lent = false;
+    if (worker)
+        blocking_begin();
     int result = 0;
     std::uint64_t poll_ns = 50'000;
     // acquire: pairs with the waker's release; the waker saw the calls
@@ -856,13 +856,7 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
             result = -ETIMEDOUT;
             break;
         }
-        if (worker && !lent && now - start >= compensation_grace_ns) {
-            blocking_begin();
-            lent = true;
-        }
         std::uint64_t nap = deadline == no_timeout ? no_timeout : deadline - now;
-        if (worker && !lent)
-            nap = std::min(nap, start + compensation_grace_ns - now);
         if (stalled) {
             nap = std::min(nap, poll_ns);
             poll_ns = std::min<std::uint64_t>(poll_ns * 2, 10'000'000);
@@ -882,7 +876,7 @@ int engine::sleep_until_reached(pending_set& s, cookie_t target,
             }
         }
     }
-    if (lent)
+    if (worker)
         blocking_end();
     if (result == 0) {
         // The waker may still be inside futex_wake on our word: it holds
