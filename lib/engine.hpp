@@ -279,7 +279,7 @@ private:
     std::uint32_t serial_;
     std::uint64_t default_gen_ = 0;
     pending_set* default_set_ = nullptr;  // immutable after construction
-    unsigned spin_;
+    std::uint64_t spin_ns_;  // a wait's budget before it sleeps (see wait())
 
     pending_set all_;         // every call; its count enforces the limit
     pending_set registered_;  // calls of registered domains

@@ -1517,7 +1517,7 @@ TEST_CASE("S21 publication window: a wait never passes a cookie still to "
 TEST_CASE("S22 lost wake-up: a waiter whose condition comes true wakes") {
     SUBCASE("waiters released at random moments") {
         kasync::options o = opts();
-        o.spin = 1;  // go to sleep at once, so the futex path is exercised
+        o.spin_us = 1;  // go to sleep at once, so the futex path is exercised
         kasync::scheduler s(std::move(o));
         kasync::domain d(s);
         const int rounds = kt::scaled(1000);
@@ -1591,7 +1591,7 @@ TEST_CASE("S22 lost wake-up: a waiter whose condition comes true wakes") {
         // completion that slips between a waiter's check and its sleep
         // leaves that waiter asleep until its time-out.
         kasync::options o = opts();
-        o.spin = 1;
+        o.spin_us = 1;
         o.max_pending = 4;
         kasync::scheduler s(std::move(o));
         constexpr auto never = 5s;  // a wake-up comes at once or never
@@ -1633,7 +1633,7 @@ TEST_CASE("S22 lost wake-up: a waiter whose condition comes true wakes") {
 TEST_CASE("S23 thundering herd: completions wake only waiters they "
           "concern") {
     kasync::options o = opts();
-    o.spin = 1;
+    o.spin_us = 1;
     kasync::scheduler s(std::move(o));
     kasync::domain a(s), b(s), e(s, kasync::domain_kind::exclusive);
     const int herd =

@@ -272,7 +272,7 @@ TEST_CASE("stress: the same with one worker and waits that sleep at once") {
     constexpr int producers = 3;
     const int per = kt::scaled(6000);
     kasync::options o = kt::config::get().make_options(1);
-    o.spin = 1;
+    o.spin_us = 1;
     harness h(std::move(o), producers * per * 2 + 64);
     run_producers(h, producers, per, 8);
     h.verify();
@@ -289,7 +289,7 @@ TEST_CASE("stress: publication window (S21)") {
         const int per = kt::scaled(6000);
         const int rounds = kt::scaled(1500);
         kasync::options o = base_options();
-        o.spin = spin;
+        o.spin_us = spin;
         harness h(std::move(o), producers * per + waiters * rounds + 64);
 
         std::latch start(producers + waiters);
@@ -336,7 +336,7 @@ TEST_CASE("stress: publication window (S21)") {
 // Waits racing the completion they wait for, with many waiters per call.
 TEST_CASE("stress: waits racing completions") {
     kasync::options o = base_options();
-    o.spin = 1;
+    o.spin_us = 1;
     harness h(std::move(o), 16);  // the ledger is not used here
     const int rounds = kt::scaled(10000);
     constexpr int waiters = 4;

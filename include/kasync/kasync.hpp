@@ -94,7 +94,9 @@ struct KASYNC_API options {
     bool pin = true;                   // pin arena threads to node CPUs
     bool debug = false;                // initcall_debug-style lines on stderr
     std::string trace_path;            // Chrome trace JSON written at shutdown
-    unsigned spin = 0;                 // 0: default spins before sleeping
+    /// Microseconds a waiter next in line pauses and yields before it
+    /// sleeps (the others: an eighth).  0: the default, 64.
+    unsigned spin_us = 0;
     /// Called (on the thread that ran the call) when a call throws.  Empty:
     /// one line on stderr.  The exception is also counted in statistics.
     std::function<void(const call_error&)> on_error;
