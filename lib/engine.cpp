@@ -795,8 +795,10 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
     bool yielding = false;
     unsigned yielded = 0;
     for (unsigned i = 0;; ++i) {
-        if ((i & 15) == 0) {  // every 16 rounds: help, and look at the clock
-            if (worker && i)
+        // Every 16 pauses, or after every yield (which may take a time slice
+        // on a busy machine): look at the clock, and help.
+        if ((i & 15) == 0 || yielding) {
+            if (worker && i && (i & 15) == 0)
                 help(s, target);
             std::uint64_t now = now_ns();
             if (now >= give_up) {
