@@ -1,6 +1,6 @@
 // The "seed design": the kernel's async algorithm as its SPEC describes it,
 // ported naively to user space.  It is a baseline for kasync-bench, not part
-// of the library.  Written from bench/../SPEC.md's description only.
+// of the library.  Written from docs/SPEC.md's description only.
 //
 //  - one global mutex guards everything: the cookie counter, every domain's
 //    pending list, the list of all registered domains' calls, and the work

@@ -242,9 +242,10 @@ void placement::enqueue(int node, cookie_t c) {
     // seq_cst: the producer's half of the hand-off above.
     int d = a.drainers.load(std::memory_order_seq_cst);
     while (d < a.max_drainers) {
-        // seq_cst: as above; relaxed on failure: we only look again.
-        if (a.drainers.compare_exchange_weak(d, d + 1, std::memory_order_seq_cst,
-                                             std::memory_order_relaxed)) {
+        if (a.drainers.compare_exchange_weak(
+                d, d + 1,
+                // seq_cst: as above; relaxed on failure: we only look again.
+                std::memory_order_seq_cst, std::memory_order_relaxed)) {
             spawn_drainer(a);
             return;
         }
@@ -297,10 +298,11 @@ void placement::drain(arena& a) noexcept {
         do {
             if (d >= a.max_drainers)
                 return;
-            // relaxed (both): the count alone is the token; the pops that
-            // follow are ordered by the queue's own acquire loads.
-        } while (!a.drainers.compare_exchange_weak(d, d + 1, std::memory_order_relaxed,
-                                                   std::memory_order_relaxed));
+        } while (!a.drainers.compare_exchange_weak(
+                     d, d + 1,
+                     // relaxed (both): the count alone is the token; the pops
+                     // that follow are ordered by the queue's own acquire loads.
+                     std::memory_order_relaxed, std::memory_order_relaxed));
         if (idle > 1)  // a pusher is between claiming and writing its cell
             std::this_thread::yield();
     }

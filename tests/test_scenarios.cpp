@@ -1,4 +1,4 @@
-// The 24 scenarios of SCENARIOS.md, one TEST_CASE each, on scheduler
+// The 24 scenarios of docs/SCENARIOS.md, one TEST_CASE each, on scheduler
 // instances configured by KASYNC_TEST_THREADS / KASYNC_TEST_TOPOLOGY (meson
 // registers this binary for 1, 2 and 4 threads and a two-node layout).
 //

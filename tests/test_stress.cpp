@@ -1,5 +1,5 @@
 // Stress tests: many threads scheduling and waiting at once, checked for
-// the ordering contract (SPEC.md section 2) and exactly-once execution.
+// the ordering contract (docs/SPEC.md section 2) and exactly-once execution.
 //
 // Every call records, in arrays indexed by its cookie, that it ran, in
 // which domain, and when it finished.  Waiters check, after each wait that

@@ -3,7 +3,7 @@
  *
  * Work runs out of order on a pool of threads; what others can see happens
  * in order, checkpointed by a monotonically increasing cookie.  This header
- * is the C API of SPEC.md section 3.  Every call here acts on the
+ * is the C API of docs/SPEC.md section 3.  Every call here acts on the
  * process-wide default scheduler, created on first use and configured from
  * the KASYNC_* environment variables (see README).
  *

@@ -87,22 +87,25 @@ struct call_record {
     bool in_caller;              // ran in the scheduling thread (fallback)
 };
 
+// Every member has an initializer, `{}` included, so that designated
+// initializers such as options{.threads = 8} compile cleanly under GCC 12's
+// -Wextra (-Wmissing-field-initializers).
 struct KASYNC_API options {
     unsigned threads = 0;              // 0: hardware threads
     std::size_t max_pending = 32768;   // beyond it calls run in the caller
-    std::optional<topology> topo;      // empty: topology::detect()
+    std::optional<topology> topo{};    // empty: topology::detect()
     bool pin = true;                   // pin arena threads to node CPUs
     bool debug = false;                // initcall_debug-style lines on stderr
-    std::string trace_path;            // Chrome trace JSON written at shutdown
+    std::string trace_path{};          // Chrome trace JSON written at shutdown
     /// Microseconds a waiter next in line pauses and yields before it
     /// sleeps (the others: an eighth).  0: the default, 64.
     unsigned spin_us = 0;
     /// Called (on the thread that ran the call) when a call throws.  Empty:
     /// one line on stderr.  The exception is also counted in statistics.
-    std::function<void(const call_error&)> on_error;
+    std::function<void(const call_error&)> on_error{};
     /// Called for every finished call when set (tracing hook); must be fast
     /// and thread-safe.
-    std::function<void(const call_record&)> on_call;
+    std::function<void(const call_record&)> on_call{};
 
     /// The defaults overridden by KASYNC_THREADS, KASYNC_MAX_PENDING,
     /// KASYNC_TOPOLOGY, KASYNC_DEBUG and KASYNC_TRACE.  A bad value prints

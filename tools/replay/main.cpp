@@ -10,7 +10,9 @@
 
 #include <CLI/CLI.hpp>
 
+#include <cerrno>
 #include <chrono>
+#include <cstdlib>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
@@ -24,6 +26,22 @@ bool write_file(const std::string& path, const std::string& text) {
     out << text;
     out.close();
     return static_cast<bool>(out);
+}
+
+// A check for a number option that says what it wants.  (CLI11's own
+// PositiveNumber answers "--speed 0" with "not in range 0 to 1.79769e308",
+// spelt out to three hundred digits.)
+CLI::Validator number(std::string want, bool (*ok)(double)) {
+    return CLI::Validator(
+        [want, ok](std::string& text) -> std::string {
+            char* end = nullptr;
+            errno = 0;
+            double v = std::strtod(text.c_str(), &end);
+            if (text.empty() || *end || errno || !std::isfinite(v) || !ok(v))
+                return "'" + text + "' is not " + want;
+            return {};
+        },
+        "");
 }
 
 }  // namespace
@@ -50,9 +68,10 @@ int main(int argc, char** argv) {
                  "replay as the log ran: each pid's calls one after another, each at its logged start");
     app.add_option("--speed", cfg.speed, "divide every duration by X (figures stay in log time)")
         ->default_val(1.0)
-        ->check(CLI::PositiveNumber);
+        ->check(number("a positive number", [](double v) { return v > 0; }));
     app.add_option("--threads", cfg.threads, "worker threads of the scheduler (0: hardware threads)")
-        ->default_val(0u);
+        ->default_val(0u)
+        ->check(CLI::Range(0u, 1024u));  // KASYNC_THREADS's range
     app.add_option("--work", work_text, "how a call spends its time: sleep (declared blocking) or cpu (spin)")
         ->default_val("sleep")
         ->check(CLI::IsMember({"sleep", "cpu"}));
@@ -70,7 +89,7 @@ int main(int argc, char** argv) {
                  "keep the threads' default timer slack (50 us) instead of 1 us");
     app.add_option("--spin-below", spin_below_us,
                    "with --work sleep, calls shorter than this many real microseconds spin instead")
-        ->check(CLI::NonNegativeNumber);
+        ->check(number("a number of microseconds, 0 or more", [](double v) { return v >= 0; }));
 
     app.set_version_flag("--version", "kasync-replay 0.1.0");
 
@@ -83,7 +102,7 @@ int main(int argc, char** argv) {
     } catch (const CLI::CallForVersion& e) {
         return app.exit(e);
     } catch (const CLI::ParseError& e) {
-        app.exit(e);
+        std::fprintf(stderr, "kasync-replay: %s (--help lists the options)\n", e.what());
         return 2;
     }
 

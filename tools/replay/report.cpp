@@ -45,6 +45,11 @@ std::string fmt(const char* f, ...) {
     return out;
 }
 
+// "1 line", "2 lines".
+std::string count(std::size_t n, const char* noun) {
+    return fmt("%zu %s%s", n, noun, n == 1 ? "" : "s");
+}
+
 // "12.3 ms", "1.234 s", "850 us": a log duration for people.
 std::string human_us(double us) {
     double a = std::fabs(us);
@@ -106,10 +111,11 @@ std::string summary_text(const report_input& in) {
     const config& cfg = *in.cfg;
     std::string s;
     s += "kasync-replay: " + base_name(in.log_path) + "\n";
-    s += fmt("  log              %zu lines, %zu initcalls", log.lines, log.finished());
+    s += fmt("  log              %s, %s", count(log.lines, "line").c_str(),
+             count(log.finished(), "initcall").c_str());
     if (log.unfinished()) s += fmt(" (+%zu unfinished)", log.unfinished());
-    s += fmt(", %zu probes (%zu inside initcalls, %zu outside), %zu bad lines\n", log.probes.size(),
-             probes_inside(log), log.probes_outside, log.bad_lines);
+    s += fmt(", %s (%zu inside initcalls, %zu outside), %s\n", count(log.probes.size(), "probe").c_str(),
+             probes_inside(log), log.probes_outside, count(log.bad_lines, "bad line").c_str());
     s += fmt("                   parsed in %.2f ms; timestamps: %s", in.parse_ms,
              log.timestamps ? "yes" : "no (times rebuilt from line order)");
     if (log.joined_lines) s += fmt("; %zu wrapped lines joined", log.joined_lines);
@@ -131,14 +137,16 @@ std::string summary_text(const report_input& in) {
         s += fmt("  ideal bound      %12s   unbounded threads, exact\n", human_us(p.ideal_us).c_str());
     else
         s += fmt("  planned span     %12s   the as-logged model's own makespan\n", human_us(p.ideal_us).c_str());
-    s += fmt("  speedup          %11.2fx   serial sum / replayed wall\n", speedup(p, r));
+    if (cfg.how == mode::async)  // as logged, the replay is as slow as the log on purpose
+        s += fmt("  speedup          %11.2fx   serial sum / replayed wall\n", speedup(p, r));
     s += fmt("  efficiency       %12.3f   %s / replayed wall\n", efficiency(p, r),
              cfg.how == mode::async ? "ideal bound" : "planned span");
     if (cfg.how == mode::as_logged)
         s += fmt("  fidelity         %12.3f   replayed wall / as-logged span (%+.1f%%)\n", fidelity(p, r),
                  (fidelity(p, r) - 1) * 100);
     if (r.order_checked)
-        s += r.order_ok ? fmt("  order            verified: %zu registrations in log order\n", p.items.size())
+        s += r.order_ok ? fmt("  order            verified: %s in log order\n",
+                                 count(p.items.size(), "registration").c_str())
                         : "  order            VIOLATED: " + r.order_error + "\n";
     else
         s += "  order            not applicable (as-logged calls do not register)\n";
@@ -154,10 +162,11 @@ std::string summary_text(const report_input& in) {
     }
     if (cfg.how == mode::async && r.ran) {
         const critical_path& cp = r.path;
-        s += fmt("  critical path    %s: start %s, parallel part %s (planned %s), %zu ordered steps %s, "
+        s += fmt("  critical path    %s: start %s, parallel part %s (planned %s), %s %s, "
                  "hand-offs %s\n",
                  display_name(log.calls[p.items[cp.head].call]).c_str(), human_us(cp.start_delay_us).c_str(),
-                 human_us(cp.parallel_us).c_str(), human_us(cp.parallel_planned_us).c_str(), cp.length + 1,
+                 human_us(cp.parallel_us).c_str(), human_us(cp.parallel_planned_us).c_str(),
+                 count(cp.length + 1, "ordered step").c_str(),
                  human_us(cp.ordered_us).c_str(), human_us(cp.handoff_us).c_str());
     }
     if (r.ran) {
