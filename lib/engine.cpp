@@ -782,7 +782,7 @@ int engine::wait(pending_set* sp, cookie_t target, std::uint64_t timeout_ns) {
     // next call, and the run locked into 25-35 us per call, every call
     // sleeping, instead of 0.6-0.9 us.  More yields, or yielding for longer,
     // delayed the lending of sleeping workers' places and cost
-    // kasync-replay a tenth of its efficiency.  Phases are measured in
+    // kasync-replay up to a tenth of its efficiency.  Phases are measured in
     // time, not in pauses: a pause takes 1 ns on some CPUs, 17 ns on this
     // one, 40 on others.
     const std::uint64_t start = now_ns();
@@ -950,6 +950,20 @@ void engine::wake_reached(pending_set& s) {
 }
 
 // ---- managed blocking and spare threads ------------------------------------
+//
+// Why spare threads and not oneTBB's resumable tasks (task::suspend, which
+// lets a worker leave a waiting call's stack and run other tasks):
+//   - blocking_region covers any blocking, a read() or a lock as well as a
+//     kasync wait, and no task can be suspended out of a system call: the
+//     pool must add a thread for those anyway;
+//   - waits also come from threads that are not oneTBB workers (main, the
+//     C API's callers), which cannot suspend: the futex path exists anyway;
+//   - a suspended task keeps its stack, so parking costs a stack either way;
+//   - measured (kasync-bench-suspend, 2-core VM, a busy resumer): a suspend
+//     and resume round trip took 1.05-1.64 us, a futex sleep and wake
+//     0.60-0.85 us.
+// So one mechanism serves all three: the waiting thread sleeps on its futex
+// and a spare takes its place in the pool.
 
 void engine::blocking_begin() {
     thread_state& ts = tls_state;
